@@ -1,0 +1,19 @@
+"""vitlab: the Vision Transformer, faithful to the paper and practical end to end."""
+
+from vitlab.errors import VitlabError
+from vitlab.models import MODELS, ViTConfig, VisionTransformer, create_model, list_models, model_config
+from vitlab.models.position import resample_pos_embed, sincos_2d
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "ViTConfig",
+    "VisionTransformer",
+    "VitlabError",
+    "create_model",
+    "list_models",
+    "model_config",
+    "resample_pos_embed",
+    "sincos_2d",
+]
