@@ -1,5 +1,6 @@
 """vitlab: the Vision Transformer, faithful to the paper and practical end to end."""
 
+from vitlab.checkpoints import load_pretrained, save_pretrained
 from vitlab.errors import VitlabError
 from vitlab.models import MODELS, ViTConfig, VisionTransformer, create_model, list_models, model_config
 from vitlab.models.position import resample_pos_embed, sincos_2d
@@ -13,7 +14,9 @@ __all__ = [
     "VitlabError",
     "create_model",
     "list_models",
+    "load_pretrained",
     "model_config",
     "resample_pos_embed",
+    "save_pretrained",
     "sincos_2d",
 ]
