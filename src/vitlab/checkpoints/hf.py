@@ -267,7 +267,7 @@ def hf_config(model: VisionTransformer) -> dict[str, Any]:
         "pooler_act": "tanh",
     }
     if config.num_classes:
-        labels = getattr(model, "labels", None) or [f"LABEL_{i}" for i in range(config.num_classes)]
+        labels = model.labels or [f"LABEL_{i}" for i in range(config.num_classes)]
         data["id2label"] = {str(i): label for i, label in enumerate(labels)}
         data["label2id"] = {label: i for i, label in enumerate(labels)}
     return data

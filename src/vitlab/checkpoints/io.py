@@ -37,7 +37,7 @@ def save_pretrained(model: VisionTransformer, folder: str | Path) -> Path:
     checkpoint in the folder intact. Other files in the folder are kept. Returns the folder.
     """
     folder = Path(folder)
-    labels = getattr(model, "labels", None)
+    labels = model.labels
     if labels is not None and len(labels) != model.config.num_classes:
         raise VitlabError(
             f"model.labels has {len(labels)} names but the model has {model.config.num_classes} classes; "

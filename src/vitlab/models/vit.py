@@ -87,7 +87,7 @@ class ViTConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["img_size"] = list(self.img_size)
-        data["hybrid_layers"] = list(self.hybrid_layers) if self.hybrid_layers else None
+        data["hybrid_layers"] = list(self.hybrid_layers) if self.hybrid_layers is not None else None
         return data
 
     @classmethod
@@ -122,6 +122,7 @@ class VisionTransformer(nn.Module):
         self.global_pool = config.global_pool
         # What inputs the weights expect; loaders replace it with the checkpoint's own.
         self.preprocessing = Preprocessing(config.img_size, (0.5,) * config.in_chans, (0.5,) * config.in_chans)
+        self.labels: list[str] | None = None  # class names, when a checkpoint or dataset provides them
 
         self.patch_embed = _build_patch_embed(config)
         self.grid_size: tuple[int, int] = self.patch_embed.grid_size
@@ -184,7 +185,9 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(module.bias)
         proj = self.patch_embed.proj
         fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
-        nn.init.trunc_normal_(proj.weight, std=math.sqrt(1.0 / fan_in))
+        # LeCun normal as JAX draws it: truncated at 2 std, the std corrected for the truncation
+        std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+        nn.init.trunc_normal_(proj.weight, std=std, a=-2 * std, b=2 * std)
         if proj.bias is not None:
             nn.init.zeros_(proj.bias)
         if isinstance(self.pos_embed, nn.Parameter):
@@ -192,10 +195,11 @@ class VisionTransformer(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Pooling | None = None) -> None:
         """Replace the head with a fresh one for `num_classes` (zero-initialised when config.zero_head)."""
-        if global_pool is not None:
-            self.config = ViTConfig.from_dict({**self.config.to_dict(), "global_pool": global_pool})
-            self.global_pool = global_pool
-        self.config.num_classes = self.num_classes = num_classes
+        changes = {"num_classes": num_classes} if global_pool is None else {"num_classes": num_classes, "global_pool": global_pool}
+        self.config = ViTConfig.from_dict({**self.config.to_dict(), **changes})  # never mutate a caller's config
+        self.global_pool = self.config.global_pool
+        self.num_classes = num_classes
+        self.labels = None
         device = next(self.parameters()).device
         self.head = self._new_head(num_classes).to(device)
 

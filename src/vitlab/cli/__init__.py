@@ -1,0 +1,1 @@
+"""The `vitlab` command: one small module per subcommand, parsing and printing only."""

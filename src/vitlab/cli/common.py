@@ -1,0 +1,56 @@
+"""What every subcommand shares: JSON or human output, and model overrides from flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+from vitlab.errors import VitlabError
+
+
+def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
+    """Print one JSON object (with --json) or the human rendering of `result`."""
+    if as_json:
+        json.dump(result, sys.stdout, indent=None, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        print(render(result))
+
+
+def add_model_override_flags(parser: Any) -> None:
+    """Flags for what a checkpoint may not record (head count, ...) and what the user may change."""
+    parser.add_argument("--model", help="registry name whose config fills in what the file does not record")
+    parser.add_argument("--num-heads", type=int, help="attention heads (a bare timm state dict does not record them)")
+    parser.add_argument("--img-size", type=int, help="input size; position embeddings are resampled to it")
+    parser.add_argument("--num-classes", type=int, help="replace the head with a zero-initialised one of this size")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other ViTConfig field or timm keyword, e.g. --set gelu=tanh --set global_pool=avg",
+    )
+
+
+def model_overrides(args: Any) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for flag in ("model", "num_heads", "img_size", "num_classes"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[flag] = value
+    for item in args.settings:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise VitlabError(f"--set {item!r} is not KEY=VALUE (for example --set gelu=tanh)")
+        overrides[key.strip()] = _parse_value(raw.strip())
+    return overrides
+
+
+def _parse_value(raw: str) -> Any:
+    """JSON where it parses (numbers, true/false, null, lists), the plain string otherwise."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw

@@ -1,0 +1,44 @@
+"""Entry point of the `vitlab` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vitlab import __version__
+from vitlab.cli import bench, convert, demo, info, models, predict
+from vitlab.errors import VitlabError
+
+COMMANDS = (demo, models, info, predict, convert, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitlab", description="The Vision Transformer, faithful to the paper.")
+    parser.add_argument("--version", action="version", version=f"vitlab {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except VitlabError as error:
+        print(f"vitlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"vitlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
