@@ -184,3 +184,18 @@ def test_config_round_trips_through_dict():
     assert ViTConfig.from_dict(config.to_dict()) == config
     with pytest.raises(VitlabError, match="unknown ViT config field"):
         ViTConfig.from_dict({**config.to_dict(), "width": 3})
+
+
+@pytest.mark.parametrize("gelu", ["exact", "tanh"])
+def test_inference_fast_path_matches_training_path(gelu):
+    """Without autograd, linears (and fc1's GELU) run as fused oneDNN calls; the numbers must not change."""
+    model = tiny(gelu=gelu)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast = model(images)
+    torch.testing.assert_close(fast, model(images).detach(), rtol=0, atol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_bf16 = model(images).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        slow_bf16 = model(images).float().detach()
+    torch.testing.assert_close(fast_bf16, slow_bf16, rtol=0, atol=0.05)

@@ -75,11 +75,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, return_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         batch, tokens, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = linear(x, self.qkv).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         drop = self.attn_drop if self.training else 0.0
         out, weights = attention(q, k, v, dropout_p=drop, return_weights=return_weights)
         out = out.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj_drop(self.proj(out)), weights
+        return self.proj_drop(linear(out, self.proj)), weights
 
 
 class Mlp(nn.Module):
@@ -93,7 +93,45 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = linear(x, self.fc1, gelu=self.act.approximate)
+        return self.drop(linear(self.drop(hidden), self.fc2))
+
+
+def linear(x: Tensor, layer: nn.Linear, gelu: str | None = None) -> Tensor:
+    """`layer(x)`, followed by GELU when `gelu` is given ('none' = exact erf form, 'tanh').
+
+    For CPU inference this is one oneDNN matmul with the bias and GELU as its epilogue (the op
+    torch.compile emits on CPU): about 10 % faster than MKL's GEMM at ViT shapes, and the activations are
+    written once instead of twice, which matters on CPU, where allocating and touching a fresh
+    (tokens x MLP) buffer costs more than computing the GELU. Training takes the plain path: the fused
+    kernel has no backward.
+    """
+    if _ONEDNN_LINEAR is not None and x.device.type == "cpu" and not _needs_grad(x, layer):
+        weight, bias = layer.weight, layer.bias
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16):
+            if gelu is None:
+                return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+            return _ONEDNN_LINEAR(x, weight, bias, "gelu", [], gelu)
+    out = layer(x)
+    return F.gelu(out, approximate=gelu) if gelu is not None else out
+
+
+def _needs_grad(x: Tensor, layer: nn.Linear) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)
+
+
+def _onednn_linear_op() -> object | None:
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
 
 
 class DropPath(nn.Module):
