@@ -28,6 +28,12 @@ def test_pattern(size: int = 256) -> Image.Image:
     return Image.fromarray((rgb * 255).astype(np.uint8))
 
 
+def larger_size(img_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
+    """The paper's fine-tuning step up in resolution (224 → 384 px, Section 3.2), rounded to whole patches."""
+    height, width = (max(round(side * 384 / 224 / patch_size), 1) * patch_size for side in img_size)
+    return (height, width)
+
+
 def run_demo(model_name: str = "vit_small_patch16_224", image: str | Path | None = None, topk: int = 5) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model(model_name, zero_head=False).eval()  # random head, so predictions are not uniform
@@ -46,7 +52,8 @@ def run_demo(model_name: str = "vit_small_patch16_224", image: str | Path | None
             for target, out in (("hf", folder / "hf"), ("timm", folder / "timm.safetensors")):
                 convert(folder / "vitlab", out, to=target)
                 round_trips[target] = (load_pretrained(out, model=model_name)(batch) - logits).abs().max().item()
-            larger = load_pretrained(folder / "vitlab", img_size=384)
+            larger_img_size = larger_size(model.config.img_size, model.config.patch_size)
+            larger = load_pretrained(folder / "vitlab", img_size=larger_img_size)
             larger_logits = larger(load_image(image_path, larger.preprocessing)[None])
     probabilities = logits.softmax(-1)[0]
     top = probabilities.topk(topk)

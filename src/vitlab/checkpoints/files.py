@@ -208,7 +208,15 @@ def write_files(folder: Path, writers: dict[str, Writer]) -> None:
     moved over the old ones, in the order given (put the config last: it commits the checkpoint). Other files
     in the folder are left alone. On failure the temporary files are removed and the old files stay intact.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise VitlabError(f"{folder}: is a file, not a folder; give a new or existing folder to write into")
+    for name in writers:
+        if (folder / name).is_dir():
+            raise VitlabError(f"{folder / name}: is a folder, so the file of that name cannot be written")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VitlabError(f"{folder}: cannot create the folder ({error.strerror or error})") from None
     staged: list[tuple[Path, Path]] = []
     try:
         for name, write in writers.items():

@@ -89,6 +89,8 @@ def build_model(checkpoint: Checkpoint, model: str | None, overrides: dict[str, 
     known = _known(infer_config(checkpoint.tensors, origin), checkpoint)
     if "mlp_ratio" in arch:
         ratio = arch.pop("mlp_ratio")
+        if not _is_number(ratio) or ratio <= 0:
+            raise VitlabError(f"mlp_ratio must be a positive number, got {ratio!r}")
         arch.setdefault("mlp_dim", int(arch.get("embed_dim", known["embed_dim"].value) * ratio))
     name = model or checkpoint.model_name
     entry = get_entry(name).config if name else {}
@@ -154,12 +156,15 @@ def _tupled(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return value
-    raise VitlabError(f"img_size should be an integer or (height, width), got {value!r}")
+    size = (value, value) if isinstance(value, int) else value
+    if isinstance(size, tuple) and len(size) == 2 and all(type(v) is int and v > 0 for v in size):
+        return size
+    raise VitlabError(f"img_size should be a positive integer or (height, width), got {value!r}")
 
 
 def _known(facts: dict[str, Evidence], checkpoint: Checkpoint) -> dict[str, Evidence]:
@@ -324,7 +329,11 @@ def _preprocessing(values: dict[str, Any], config: ViTConfig, origin: str) -> Pr
     channels = config.in_chans
     for key in ("mean", "std"):
         value = values.get(key, 0.5)
-        values[key] = (float(value),) * channels if isinstance(value, (int, float)) else tuple(value)
+        if _is_number(value):
+            value = (value,) * channels
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+            raise VitlabError(f"{origin}: preprocessing {key} should be a number or a list of {channels}, got {value!r}")
+        values[key] = tuple(float(v) for v in value)
         if len(values[key]) != channels:
             raise VitlabError(
                 f"{origin}: preprocessing {key} {values[key]} has {len(values[key])} channels but the model takes "

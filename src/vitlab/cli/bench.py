@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from tqdm import tqdm
 
 from vitlab.benchmarking.throughput import BenchCase, default_suite, run_case
 from vitlab.cli.common import emit
+from vitlab.errors import VitlabError
+from vitlab.models.registry import create_model
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model:
+    for flag, value in (("--batch-size", args.batch_size), ("--rounds", args.rounds), ("--seconds", args.seconds)):
+        if value <= 0:
+            raise VitlabError(f"{flag} must be positive, got {value}")
+    if args.model:  # a wrong name or size fails here, before any timing or progress bar
+        with torch.device("meta"):
+            create_model(args.model, **({"img_size": args.img_size} if args.img_size else {}))
         precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
         cases = [BenchCase(args.model, args.mode, args.batch_size, p, args.img_size, args.compile) for p in precisions]
     else:

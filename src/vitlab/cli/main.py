@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from typing import Callable
 
 from vitlab import __version__
 from vitlab.cli import bench, convert, demo, info, models, predict
@@ -28,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.run(args)
     except VitlabError as error:
         print(f"vitlab {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -38,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vitlab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str) -> Callable[..., None]:
+    """Warnings as `vitlab CMD: warning: ...`, one line, without the source line Python would show."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"vitlab {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from vitlab.cli.common import emit
+from vitlab.errors import VitlabError
 from vitlab.models.registry import MODELS, create_model, list_models
 
 
@@ -18,8 +19,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        raise VitlabError(f"no model name contains {args.pattern!r}; `vitlab models` lists all {len(MODELS)}")
     rows = []
-    for name in list_models(args.pattern):
+    for name in names:
         with torch.device("meta"):
             model = create_model(name)
         config = model.config

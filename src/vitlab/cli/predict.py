@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, value in (("--topk", args.topk), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise VitlabError(f"{flag} must be at least 1, got {value}")
     model = load_pretrained(args.checkpoint, **model_overrides(args))
     paths = image_paths(args.images)
     predictions = []

@@ -36,8 +36,11 @@ class Preprocessing:
         if isinstance(self.img_size, int):
             self.img_size = (self.img_size, self.img_size)
         self.img_size = tuple(int(s) for s in self.img_size)  # type: ignore[assignment]
-        self.mean = tuple(float(m) for m in self.mean)
-        self.std = tuple(float(s) for s in self.std)
+        self.mean, self.std = _floats("mean", self.mean), _floats("std", self.std)
+        if isinstance(self.crop_pct, bool) or not isinstance(self.crop_pct, (int, float)):
+            raise VitlabError(f"preprocessing crop_pct should be a number in (0, 1], got {self.crop_pct!r}")
+        if not all(s > 0 for s in self.std):
+            raise VitlabError(f"preprocessing std {self.std} should be positive: inputs are divided by it")
         if self.interpolation not in _FILTERS:
             raise VitlabError(f"preprocessing interpolation {self.interpolation!r} is not one of {', '.join(_FILTERS)}")
         if not 0.0 < self.crop_pct <= 1.0:
@@ -74,6 +77,13 @@ class Preprocessing:
         mean = torch.tensor(self.mean).view(-1, 1, 1)
         std = torch.tensor(self.std).view(-1, 1, 1)
         return (tensor - mean) / std
+
+
+def _floats(name: str, values: Any) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise VitlabError(f"preprocessing {name} should be a list of numbers, one per channel, got {values!r}") from None
 
 
 def load_image(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:

@@ -14,6 +14,7 @@ State-dict names are timm's, so timm checkpoints load without renaming. The mode
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -58,12 +59,26 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if isinstance(self.img_size, int):
             self.img_size = (self.img_size, self.img_size)
-        self.img_size = tuple(int(s) for s in self.img_size)  # type: ignore[assignment]
+        self.img_size = _int_tuple("img_size", self.img_size)  # type: ignore[assignment]
         if self.hybrid_layers is not None:
-            self.hybrid_layers = tuple(int(n) for n in self.hybrid_layers)
+            self.hybrid_layers = _int_tuple("hybrid_layers", self.hybrid_layers)
         self.validate()
 
     def validate(self) -> None:
+        for name in ("patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "mlp_dim"):
+            if not _is_int(getattr(self, name)):
+                raise VitlabError(f"ViT option {name} must be an integer, got {getattr(self, name)!r}")
+        size = self.representation_size
+        if size is not None and not _is_int(size):
+            raise VitlabError(f"ViT option representation_size must be an integer or None, got {size!r}")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate", "layer_norm_eps"):
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise VitlabError(f"ViT option {name} must be a number, got {value!r}")
+            if name != "layer_norm_eps" and not 0.0 <= value <= 1.0:
+                raise VitlabError(f"ViT option {name} is a probability, between 0 and 1; got {value}")
+        if self.num_classes < 0:
+            raise VitlabError(f"ViT option num_classes must be 0 (no head) or more, got {self.num_classes}")
         choices = {"global_pool": ("token", "avg"), "pos_embed": ("learned", "sincos2d"), "gelu": ("exact", "tanh")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -97,6 +112,21 @@ class ViTConfig:
         if unknown:
             raise VitlabError(f"unknown ViT config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    """A list or tuple of integers as a tuple; a VitlabError naming the option otherwise."""
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+        raise VitlabError(f"ViT option {name} must be a list of integers, got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 @dataclass
