@@ -74,7 +74,7 @@ def test_hf(peers: Path) -> None:
     logits, features, _ = run(model, folder)
     close(logits, folder / "logits.npy", 1e-5)
     close(features, folder / "features.npy", 1e-5)
-    assert model.labels == [f"LABEL_{i}" for i in range(10)]
+    assert model.labels is None  # transformers' LABEL_i placeholders are not class names
 
 
 @pytest.mark.parametrize("to", ["vitlab", "hf", "timm"])

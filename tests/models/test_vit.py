@@ -199,3 +199,11 @@ def test_inference_fast_path_matches_training_path(gelu):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         slow_bf16 = model(images).float().detach()
     torch.testing.assert_close(fast_bf16, slow_bf16, rtol=0, atol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    model = tiny()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(images), model(images), rtol=0, atol=1e-5)

@@ -184,6 +184,8 @@ def _labels(config: dict[str, Any], path: Path, tensors: dict[str, Tensor]) -> l
     if len(labels) != tensors["head.weight"].shape[0]:
         classifier = shape_of(tensors, "head.weight")
         raise VitlabError(f"{path}: id2label has {len(labels)} labels but the classifier is {classifier}")
+    if labels == [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' placeholders: no names known
+        return None
     return labels
 
 

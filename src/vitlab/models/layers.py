@@ -106,7 +106,7 @@ def linear(x: Tensor, layer: nn.Linear, gelu: str | None = None) -> Tensor:
     (tokens x MLP) buffer costs more than computing the GELU. Training takes the plain path: the fused
     kernel has no backward.
     """
-    if _ONEDNN_LINEAR is not None and x.device.type == "cpu" and not _needs_grad(x, layer):
+    if _ONEDNN_LINEAR is not None and x.device.type == "cpu" and not _needs_grad(x, layer) and not _compiling():
         weight, bias = layer.weight, layer.bias
         if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
@@ -118,6 +118,11 @@ def linear(x: Tensor, layer: nn.Linear, gelu: str | None = None) -> Tensor:
             return _ONEDNN_LINEAR(x, weight, bias, "gelu", [], gelu)
     out = layer(x)
     return F.gelu(out, approximate=gelu) if gelu is not None else out
+
+
+def _compiling() -> bool:
+    """Under torch.compile, Inductor does this fusion itself (with weights it prepacks)."""
+    return torch.compiler.is_compiling()
 
 
 def _needs_grad(x: Tensor, layer: nn.Linear) -> bool:
