@@ -72,7 +72,7 @@ def run_case(case: BenchCase, rounds: int = 5, seconds: float = 2.0) -> dict:
         "vitlab": _step(case, model, lambda x: runner(x), images, labels),
         "hf": _step(case, twin, lambda x: twin(pixel_values=x).logits, images, labels),
     }
-    rates = _interleaved_rates(steps, rounds, seconds)
+    rates = interleaved_rates(steps, rounds, seconds)
     peak = matmul_peak(case.precision)
     results = {}
     for name, per_second in rates.items():
@@ -156,7 +156,7 @@ def _calls_per_second(fn: Callable[[], object], seconds: float) -> float:
     return calls / elapsed
 
 
-def _interleaved_rates(steps: dict[str, Callable[[], None]], rounds: int, seconds: float) -> dict[str, float]:
+def interleaved_rates(steps: dict[str, Callable[[], None]], rounds: int, seconds: float) -> dict[str, float]:
     """Median calls/s per step over `rounds`, the order flipping each round."""
     for step in steps.values():  # warm-up: allocator, oneDNN primitives, compilation
         for _ in range(3):

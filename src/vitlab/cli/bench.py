@@ -28,11 +28,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", help="also torch.compile the vitlab model")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds per model (median counts)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timing round")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="instead: end-to-end training steps (data + augmentation) vs model-only steps")
+    parser.add_argument("--data", default="digits", help="with --pipeline: the dataset (its training preset is used)")
+    parser.add_argument("--data-dir", help="with --pipeline: where the dataset's files are")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pipeline:
+        return _run_pipeline(args)
     for flag, value in (("--batch-size", args.batch_size), ("--rounds", args.rounds), ("--seconds", args.seconds)):
         if value <= 0:
             raise VitlabError(f"{flag} must be positive, got {value}")
@@ -61,3 +67,17 @@ def _render(result: dict) -> str:
     peaks = {row["case"]["precision"]: row["matmul_peak_gflops"] for row in result["results"]}
     lines.append("matmul peak (2048², GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     return "\n".join(lines)
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from vitlab.benchmarking.pipeline import pipeline_rates
+    from vitlab.training.recipe import TrainConfig
+
+    flags = {"data": args.data, "data_dir": args.data_dir}
+    if args.precision != "both":
+        flags["precision"] = args.precision
+    result = pipeline_rates(TrainConfig.resolve(None, **flags), args.rounds, args.seconds)
+    emit(result, args.json, lambda r: (
+        f"{r['data']} / {r['model']} batch {r['batch_size']} {r['precision']}: end to end {r['end_to_end_img_per_s']:.0f} "
+        f"img/s, model only {r['model_only_img_per_s']:.0f} img/s, ratio {r['ratio']:.2f}"))
+    return 0

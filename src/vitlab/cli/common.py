@@ -40,12 +40,19 @@ def model_overrides(args: Any) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
-    for item in args.settings:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise VitlabError(f"--set {item!r} is not KEY=VALUE (for example --set gelu=tanh)")
-        overrides[key.strip()] = _parse_value(raw.strip())
+    overrides.update(parse_settings(args.settings))
     return overrides
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as a dict, values parsed as JSON where they parse."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise VitlabError(f"--set {item!r} is not KEY=VALUE (for example --set gelu=tanh)")
+        settings[key.strip()] = _parse_value(raw.strip())
+    return settings
 
 
 def _parse_value(raw: str) -> Any:

@@ -8,10 +8,10 @@ import warnings
 from typing import Callable
 
 from vitlab import __version__
-from vitlab.cli import bench, convert, demo, info, models, predict
+from vitlab.cli import bench, convert, demo, evaluate, info, models, predict, train
 from vitlab.errors import VitlabError
 
-COMMANDS = (demo, models, info, predict, convert, bench)
+COMMANDS = (train, evaluate, predict, demo, models, info, convert, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,11 @@ _ENTRIES = [
         "small-data ViT for 32 px images (depth 9, D 192, 12 heads of 16, as in 'ViT for small-size datasets')",
     ),
     ModelEntry(
+        "vit_digits_patch2_8",
+        dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=4, num_heads=4, mlp_dim=128, num_classes=10),
+        "tiny ViT for scikit-learn's 8 px digits (vitlab train's default): 4x4 patches of 2 px",
+    ),
+    ModelEntry(
         "vit_mnist_patch4_28",
         dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4, mlp_dim=256, num_classes=10),
         "small ViT for 28 px grey digits (MNIST, Fashion-MNIST): 7x7 patches of 4 px",

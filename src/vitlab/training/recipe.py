@@ -243,8 +243,9 @@ _DIGITS_AUG = dict(hflip=False, crop_scale=None, crop_padding=0, randaugment=Non
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # sklearn's 8x8 digits (1,797 images): 2-pixel patches give 16 tokens; a small model trains in seconds.
-    "digits": dict(_DIGITS_AUG, model="vit_mnist_patch4_28", model_args={"patch_size": 2}, img_size=8,
-                   epochs=100, batch_size=64, warmup_epochs=5.0, drop_path_rate=0.1, translate=0.125),
+    # Measured (benchmarks/README.md): 97.5 % test accuracy in about 2 minutes on 2 CPU cores.
+    "digits": dict(_DIGITS_AUG, model="vit_digits_patch2_8", epochs=200, batch_size=64, lr=2e-3, warmup_epochs=5.0,
+                   drop_path_rate=0.2, ema_decay=0.998, translate=0.125),
     "mnist": dict(_DIGITS_AUG, model="vit_mnist_patch4_28", epochs=15, batch_size=128, warmup_epochs=1.0,
                   drop_path_rate=0.05),
     # Clothes are left-right symmetric, so flips are fine; erasing helps Fashion-MNIST, mixing does little.
