@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine (see README "Quick start"): `make demo` and `make test`.
+# Two entry points for a fresh machine (see README "Quick start"): `make train` and `make test`.
 # Both create .venv and install vitlab into it first; nothing needs to be installed beforehand but Python and pip.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +6,7 @@ VENV := .venv
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: train demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/vitlab train
 
 demo: $(STAMP)
 	$(VENV)/bin/vitlab demo
