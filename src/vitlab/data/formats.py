@@ -48,7 +48,7 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     """An idx file (gzip or not) as a native-endian numpy array; `ndim` is the rank the caller expects."""
     path = Path(path)
     data = read_bytes(path)
-    fix = f"it is not an intact idx file; download it again (or use --download)"
+    fix = "it is not an intact idx file; download it again (or use --download)"
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise VitlabError(f"{path}: bad magic number {data[:4].hex() or '(empty file)'}; {fix}")
     rank = data[3]

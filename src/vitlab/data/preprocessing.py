@@ -86,6 +86,13 @@ def _floats(name: str, values: Any) -> tuple[float, ...]:
         raise VitlabError(f"preprocessing {name} should be a list of numbers, one per channel, got {values!r}") from None
 
 
+def normalize_batch(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """(B, C, H, W) floats in [0, 1] → (x - mean) / std with the checkpoint's statistics."""
+    mean = torch.tensor(preprocessing.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing.std, device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
 def load_image(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
     """Read one image file with Pillow and preprocess it; a file Pillow can't read names itself."""
     path = Path(path)

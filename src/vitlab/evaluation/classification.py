@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vitlab.data.datasets import ImageDataset
-from vitlab.data.preprocessing import Preprocessing
+from vitlab.data.preprocessing import Preprocessing, normalize_batch
 from vitlab.errors import VitlabError
 
 
@@ -34,9 +34,7 @@ def to_model_inputs(images: Tensor, preprocessing: Preprocessing) -> Tensor:
     x = images.float().div_(255.0)
     if tuple(x.shape[-2:]) != tuple(preprocessing.img_size):
         x = F.interpolate(x, size=preprocessing.img_size, mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(preprocessing.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing.std, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return normalize_batch(x, preprocessing)
 
 
 def evaluate(

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from vitlab.checkpoints.files import json_writer, write_files
 from vitlab.checkpoints.io import save_pretrained
 from vitlab.data.datasets import ImageDataset, load_dataset
-from vitlab.data.preprocessing import Preprocessing
+from vitlab.data.preprocessing import Preprocessing, normalize_batch
 from vitlab.errors import VitlabError
 from vitlab.evaluation.classification import Evaluation, evaluate
 from vitlab.evaluation.plots import plot_training_curves
@@ -240,10 +239,7 @@ class TrainingRun:
 
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[float, Tensor]:
         config = self.config
-        inputs = self.augment(images.float().div_(255.0))
-        mean = torch.tensor(self.preprocessing.mean, device=inputs.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocessing.std, device=inputs.device).view(1, -1, 1, 1)
-        inputs = (inputs - mean) / std
+        inputs = normalize_batch(self.augment(images.float().div_(255.0)), self.preprocessing)
         inputs, targets = mix(inputs, labels, self.model.num_classes, config.mixup_alpha, config.cutmix_alpha,
                               config.mix_prob, config.label_smoothing, self.mix_generator)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
