@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vitlab.benchmarking.throughput import interleaved_rates
 from vitlab.training.distributed import World
 from vitlab.training.loop import DataOptions, TrainingRun
@@ -29,19 +27,10 @@ def pipeline_rates(config: TrainConfig, rounds: int = 3, seconds: float = 2.0) -
         run.train_step(run.train_set.images[indices], run.train_set.labels[indices])
 
     fixed = batches[0]
-    prepared_images, prepared_labels = run.train_set.images[fixed], run.train_set.labels[fixed]
-    inputs = run.augment(prepared_images.float().div(255.0))
+    inputs, targets = run.prepare_batch(run.train_set.images[fixed], run.train_set.labels[fixed])
 
     def model_only() -> None:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = run.forward(inputs)
-        loss = torch.nn.functional.cross_entropy(logits.float(), prepared_labels)
-        loss.backward()
-        if config.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip_norm)
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
+        run.optimise(inputs, targets)
 
     rates = interleaved_rates({"end_to_end": end_to_end, "model_only": model_only}, rounds, seconds)
     batch = config.batch_size

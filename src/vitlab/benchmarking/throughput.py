@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitlab.errors import VitlabError
+from vitlab.precision import autocast
 from vitlab.models.registry import create_model
 from vitlab.models.vit import VisionTransformer
 
@@ -114,12 +115,12 @@ def _randomise(model: nn.Module) -> None:
 
 
 def _step(case: BenchCase, module: nn.Module, forward: Callable, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.precision == "bf16")
+    mixed = autocast(case.precision, "cpu")
     if case.mode == "inference":
         module.eval()
 
         def infer() -> None:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), mixed:
                 forward(images)
 
         return infer
@@ -127,7 +128,7 @@ def _step(case: BenchCase, module: nn.Module, forward: Callable, images: torch.T
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, weight_decay=0.05)
 
     def train() -> None:
-        with autocast:
+        with mixed:
             loss = F.cross_entropy(forward(images), labels)
         loss.backward()
         optimizer.step()

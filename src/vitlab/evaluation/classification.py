@@ -13,6 +13,7 @@ from tqdm import tqdm
 from vitlab.data.datasets import ImageDataset
 from vitlab.data.preprocessing import Preprocessing, normalize_batch
 from vitlab.errors import VitlabError
+from vitlab.precision import autocast
 
 
 @dataclass
@@ -64,13 +65,12 @@ def evaluate(
     top5_hits, loss_sum = 0, 0.0
     was_training = model.training
     model.eval()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     batches = range(0, len(dataset), batch_size)
     with torch.inference_mode():
         for start in tqdm(batches, desc=f"eval {dataset.split}", disable=not progress, leave=False):
             labels = dataset.labels[start : start + batch_size].to(device)
             inputs = to_model_inputs(dataset.images[start : start + batch_size].to(device), preprocessing)
-            with autocast:
+            with autocast(precision, device.type):
                 logits = model(inputs).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             top = logits.topk(min(5, num_classes), dim=-1).indices

@@ -36,6 +36,7 @@ from vitlab.evaluation.classification import Evaluation, evaluate
 from vitlab.evaluation.plots import plot_training_curves
 from vitlab.models.registry import create_model
 from vitlab.models.vit import VisionTransformer
+from vitlab.precision import autocast
 from vitlab.training.augment import BatchAugment, mix, soft_target_cross_entropy
 from vitlab.training.distributed import World, all_reduce_sum, setup, teardown
 from vitlab.training.ema import ModelEma
@@ -181,18 +182,15 @@ class TrainingRun:
         result.test = evaluate(self._weights_to_keep(), self.test_set, self.preprocessing,
                                precision=self.config.precision, progress=self.progress)
         if self.world.is_main:
-            _write_json(self.run_dir / "test.json", {"split": self.test_split, **result.test.to_dict()})
+            write_files(self.run_dir, {"test.json": json_writer({"split": self.test_split, **result.test.to_dict()})})
         return result
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"augment": self.augment.generator, "mix": self.mix_generator}
 
     def _weights_to_keep(self) -> VisionTransformer:
-        if self.ema is None:
-            return self.model
-        averaged = self.ema.module
-        averaged.labels, averaged.preprocessing = self.model.labels, self.model.preprocessing
-        return averaged
+        """The EMA copy when EMA is on (a deep copy: it carries the model's labels and preprocessing)."""
+        return self.model if self.ema is None else self.ema.module
 
     def epoch_order(self, epoch: int) -> Tensor:
         """This process's share of the epoch's permutation: a pure function of (seed, epoch)."""
@@ -238,12 +236,19 @@ class TrainingRun:
         return record, step
 
     def train_step(self, images: Tensor, labels: Tensor) -> tuple[float, Tensor]:
+        return self.optimise(*self.prepare_batch(images, labels))
+
+    def prepare_batch(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 images and labels → augmented, normalised, mixed inputs and their soft targets."""
         config = self.config
         inputs = normalize_batch(self.augment(images.float().div_(255.0)), self.preprocessing)
-        inputs, targets = mix(inputs, labels, self.model.num_classes, config.mixup_alpha, config.cutmix_alpha,
-                              config.mix_prob, config.label_smoothing, self.mix_generator)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-        with torch.autocast(self.world.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return mix(inputs, labels, self.model.num_classes, config.mixup_alpha, config.cutmix_alpha,
+                   config.mix_prob, config.label_smoothing, self.mix_generator)
+
+    def optimise(self, inputs: Tensor, targets: Tensor) -> tuple[float, Tensor]:
+        """One optimiser step on a prepared batch; returns the loss and the (detached) logits."""
+        config = self.config
+        with autocast(config.precision, self.world.device.type):
             logits = self.forward(inputs)
         loss = soft_target_cross_entropy(logits, targets)
         if not torch.isfinite(loss):
@@ -274,7 +279,3 @@ def _optional_test_split(config: TrainConfig, load: dict[str, Any], val_set: Ima
         if "test" not in str(error).lower():
             raise
         return val_set, "val"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_files(path.parent, {path.name: json_writer(data)})
