@@ -431,7 +431,7 @@ BAD_INPUT = {
     "img size not whole patches": ("info {mnist} --img-size 30", "not a multiple of the patch size 7"),
     "img size zero": ("info {mnist} --img-size 0", "img_size should be a positive integer"),
     "negative classes": ("info {mnist} --num-classes -1", "num_classes must be 0 (no head) or more"),
-    "predict non-image": ("predict --checkpoint {mnist} {bad}/notes.png", "notes.png: not an image Pillow can read"),
+    "predict non-image": ("predict --checkpoint {mnist} {bad}/notes.png", "notes.png: unreadable image (not an image Pillow can read)"),
     "predict empty folder": ("predict --checkpoint {mnist} {bad}/empty", "empty: a folder with no images"),
     "predict missing image": ("predict --checkpoint {mnist} {files}/gone.jpg", "gone.jpg: no such image file or folder"),
     "predict missing checkpoint": ("predict --checkpoint {files}/nowhere {images}", "nowhere: no such file or folder"),

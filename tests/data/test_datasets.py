@@ -397,3 +397,22 @@ def test_real_mnist_train_and_val(shared_mnist: Path) -> None:
 def test_real_mnist_has_no_test_split_here(shared_mnist: Path) -> None:
     with pytest.raises(VitlabError, match="t10k-images-idx3-ubyte.*t10k-labels-idx1-ubyte.*--download"):
         load_dataset("mnist", shared_mnist, "test")
+
+
+def test_has_test_split_looks_for_the_files_only(tmp_path: Path) -> None:
+    from vitlab.data import has_test_split
+
+    assert has_test_split("digits", None)
+    assert not has_test_split("mnist", tmp_path) and not has_test_split("cifar10", tmp_path)
+    for stem in ("t10k-images-idx3-ubyte.gz", "t10k-labels.idx1-ubyte"):
+        (tmp_path / stem).touch()
+    assert has_test_split("mnist", tmp_path)
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    assert not has_test_split("imagefolder", tmp_path)
+    (tmp_path / "test").mkdir()
+    assert has_test_split("imagefolder", tmp_path)
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name in ("batches.meta", "test_batch"):
+        (cifar / name).touch()
+    assert has_test_split("cifar10", tmp_path)

@@ -227,3 +227,22 @@ def test_real_cifar10_jpeg_subset(tmp_path: Path) -> None:
     data = load_dataset("imagefolder", tmp_path, val_fraction=0)
     assert data.images.shape == (6, 3, 32, 32) and data.classes == ["airplane", "automobile"]
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1] and data.images.float().std() > 10
+
+
+# ---- single files (predict, demo) decode as datasets do --------------------------------------------------------------
+
+def test_load_image_follows_the_dataset_rules(tmp_path: Path) -> None:
+    from vitlab.data import Preprocessing, load_image
+
+    half_transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
+    sixteen_bit = Image.fromarray(np.full((4, 4), 65535, np.uint16))
+    rotated = Image.fromarray(np.array([[0, 0, 255, 255], [0, 0, 255, 255]], np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    plain = Preprocessing(img_size=(4, 4), mean=(0.0,), std=(1.0,), interpolation="nearest")
+    assert torch.allclose(load_image(save(sixteen_bit, tmp_path / "deep.png"), plain), torch.ones(1, 4, 4))
+    grey = load_image(save(half_transparent, tmp_path / "alpha.png"), plain)  # black at alpha 128 on white
+    assert torch.allclose(grey, torch.full((1, 4, 4), 127 / 255))
+    tall = Preprocessing(img_size=(4, 2), mean=(0.0,), std=(1.0,), interpolation="nearest")
+    upright = load_image(save(rotated, tmp_path / "rotated.png", exif=exif), tall)
+    assert upright[0].tolist() == [[0, 0], [0, 0], [1, 1], [1, 1]]

@@ -115,3 +115,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["epoch"] == 1
     assert vitlab.load_pretrained(tmp_path / "run").config.embed_dim == 32
+
+
+def test_each_epoch_reseeds_every_stream_per_rank(tmp_path):
+    """A resumed process (of any rank) draws what the uninterrupted one would: streams depend on (seed, epoch, rank)."""
+    from types import SimpleNamespace
+
+    from vitlab.training.loop import TrainingRun
+
+    def draws(rank: int, epoch: int, noise_before: bool = False) -> list[torch.Tensor]:
+        run = TrainingRun.__new__(TrainingRun)
+        run.config, run.world = SimpleNamespace(seed=3), SimpleNamespace(rank=rank)
+        run.augment, run.mix_generator = SimpleNamespace(generator=torch.Generator()), torch.Generator()
+        if noise_before:  # whatever happened earlier in the process must not matter
+            torch.rand(7), torch.rand(5, generator=run.mix_generator)
+        run.seed_epoch(epoch)
+        return [torch.rand(4), torch.rand(4, generator=run.augment.generator), torch.rand(4, generator=run.mix_generator)]
+
+    for a, b in zip(draws(1, 5), draws(1, 5, noise_before=True)):
+        assert torch.equal(a, b)
+    streams = [torch.cat(draws(rank, epoch)) for rank, epoch in ((0, 5), (1, 5), (0, 6))]
+    assert not torch.equal(streams[0], streams[1]) and not torch.equal(streams[0], streams[2])

@@ -131,6 +131,22 @@ def load_dataset(name: str, data_dir: str | Path | None = None, split: str = "tr
     return _dataset(images, labels, classes, key, split, size)
 
 
+def has_test_split(name: str, data_dir: str | Path | None) -> bool:
+    """Whether `load_dataset(name, data_dir, "test")` finds its files here, without loading them."""
+    key = _dataset_name(name)
+    if key == "digits":
+        return True
+    if data_dir is None:
+        return False
+    root = Path(data_dir).expanduser()
+    if key == "imagefolder":
+        return (root / "test").is_dir()
+    if key in ("mnist", "fashion-mnist"):
+        return all(_idx_file(root, stem) is not None for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    folder_name, _, _, test_files, meta, _, _ = _CIFAR[key]
+    return any(all((folder / f).is_file() for f in [meta, *test_files]) for folder in (root / folder_name, root))
+
+
 def _dataset_name(name: str) -> str:
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, _ALIASES.get(key.replace("-", ""), key))

@@ -221,6 +221,17 @@ def decode(path: Path, formats: tuple[str, ...], size: tuple[int, int] | None = 
     return array
 
 
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image file → uint8 (H, W) or (H, W, 3) by this module's rules; a VitlabError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitlabError(f"{path}: no such image file")
+    try:
+        return decode(path, _formats()[0], size)
+    except BadImage as error:
+        raise VitlabError(f"{path}: unreadable image ({error}); use a JPEG, PNG or other format Pillow reads") from None
+
+
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from vitlab.data.imagefolder import read_image
 from vitlab.errors import VitlabError
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -94,16 +95,9 @@ def normalize_batch(images: torch.Tensor, preprocessing: Preprocessing) -> torch
 
 
 def load_image(path: str | Path, preprocessing: Preprocessing) -> torch.Tensor:
-    """Read one image file with Pillow and preprocess it; a file Pillow can't read names itself."""
-    path = Path(path)
-    if not path.is_file():
-        raise VitlabError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return preprocessing(image)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise VitlabError(f"{path}: not an image Pillow can read ({error}); use a JPEG, PNG or other common format") from None
+    """Read one image file and preprocess it, decoded as datasets are (`imagefolder.read_image`: EXIF orientation,
+    transparency on white, 16-bit grey scaled, bombs refused); a file that can't be read names itself."""
+    return preprocessing(Image.fromarray(read_image(path)))
 
 
 def load_images(paths: list[str | Path], preprocessing: Preprocessing) -> torch.Tensor:

@@ -11,8 +11,9 @@ A run folder holds everything a run makes, each file written atomically:
     curves.png                       loss and accuracy per epoch
     test.json                        the final evaluation on the test split (val when there is none)
 
-The data order is a pure function of (seed, epoch) and every generator is saved with the state, so resuming
-from the end of an epoch reproduces the uninterrupted run bit for bit.
+The data order is a pure function of (seed, epoch), and every generator a step draws from is seeded from
+(seed, epoch, rank) at the start of each epoch, so resuming from the end of an epoch reproduces the
+uninterrupted run bit for bit, on one process or many.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from vitlab.checkpoints.files import json_writer, write_files
 from vitlab.checkpoints.io import save_pretrained
-from vitlab.data.datasets import ImageDataset, load_dataset
+from vitlab.data.datasets import ImageDataset, has_test_split, load_dataset
 from vitlab.data.preprocessing import Preprocessing, normalize_batch
 from vitlab.errors import VitlabError
 from vitlab.evaluation.classification import Evaluation, evaluate
@@ -199,12 +201,24 @@ class TrainingRun:
         batches = order.view(self.steps_per_epoch, self.config.batch_size)
         return batches[:, self.world.rank * self.local_batch : (self.world.rank + 1) * self.local_batch]
 
+    def seed_epoch(self, epoch: int) -> None:
+        """Seed what a step draws from (stochastic depth, augmentation, mixing) from (seed, epoch, rank).
+
+        Only rank 0 saves a state, so restoring generator states alone would give every process rank 0's
+        streams on resume; seeding each epoch makes resume exact whatever the number of processes.
+        """
+        streams = np.random.SeedSequence([self.config.seed, epoch, self.world.rank]).generate_state(3, dtype=np.uint64)
+        torch.manual_seed(int(streams[0]))
+        self.augment.generator.manual_seed(int(streams[1]))
+        self.mix_generator.manual_seed(int(streams[2]))
+
     def _epoch(self, epoch: int, step: int) -> tuple[dict[str, Any], int]:
         config, device = self.config, self.world.device
         self.model.train()
         loss_sum = hits = seen = 0.0
         began = time.perf_counter()
         batches = self.epoch_order(epoch)
+        self.seed_epoch(epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not self.progress, leave=False,
                    unit="batch", dynamic_ncols=True)
         for indices in bar:
@@ -272,10 +286,7 @@ class TrainingRun:
 
 
 def _optional_test_split(config: TrainConfig, load: dict[str, Any], val_set: ImageDataset) -> tuple[ImageDataset, str]:
-    """The test split where the dataset has one here; otherwise val (and say so in the result)."""
-    try:
+    """The test split where the dataset has one here (or --download can fetch it); otherwise val, and say so."""
+    if load["download"] or has_test_split(config.data, config.data_dir):
         return load_dataset(config.data, split="test", **load), "test"
-    except VitlabError as error:
-        if "test" not in str(error).lower():
-            raise
-        return val_set, "val"
+    return val_set, "val"
