@@ -8,6 +8,6 @@ vitlab's format; `convert` writes any readable checkpoint as vitlab, Hugging Fac
 from vitlab.checkpoints.base import Format
 from vitlab.checkpoints.detect import detect_format
 from vitlab.checkpoints.io import save_pretrained
-from vitlab.checkpoints.load import convert, load_pretrained
+from vitlab.checkpoints.load import convert, detect_source, load_pretrained
 
-__all__ = ["Format", "convert", "detect_format", "load_pretrained", "save_pretrained"]
+__all__ = ["Format", "convert", "detect_format", "detect_source", "load_pretrained", "save_pretrained"]

@@ -27,6 +27,8 @@ from torch import Tensor
 from vitlab.checkpoints.base import Checkpoint, Evidence, Format, FormatKind
 from vitlab.checkpoints.detect import detect_format
 from vitlab.checkpoints.hf import read_hf, save_hf
+from vitlab.checkpoints.hub import PREFIX as HUB_PREFIX
+from vitlab.checkpoints.hub import fetch, hub_repo_id
 from vitlab.checkpoints.io import read_vitlab, save_pretrained
 from vitlab.checkpoints.npz import read_npz
 from vitlab.checkpoints.timm import check_timm_path, infer_config, patch_positions, read_timm, save_timm
@@ -55,7 +57,8 @@ _OTHER_OPTIONS = ("mlp_ratio", "pos_embed_resample")
 
 
 def load_pretrained(source: str | Path, model: str | None = None, **overrides: Any) -> VisionTransformer:
-    """Load a vitlab, Hugging Face, timm or Google npz checkpoint (a folder or a file) as a VisionTransformer.
+    """Load a vitlab, Hugging Face, timm or Google npz checkpoint (a folder, a file or a Hub id such as
+    `hf-hub:google/vit-base-patch16-224` or `timm/vit_small_patch16_224.augreg_in21k`) as a VisionTransformer.
 
     `model` names a registered config that supplies what the checkpoint does not record (a bare timm state
     dict has no head count). Overrides are ViTConfig fields or timm keywords (`img_size`, `num_heads`,
@@ -67,8 +70,25 @@ def load_pretrained(source: str | Path, model: str | None = None, **overrides: A
     The model comes back in eval mode, with `model.preprocessing` (what inputs the weights expect) and
     `model.labels` (class names, or None) set.
     """
-    fmt = detect_format(source)
+    fmt = detect_source(source)
     return build_model(READERS[fmt.kind](fmt), model, overrides)
+
+
+def detect_source(source: str | Path) -> Format:
+    """The format of `source`: a local file or folder, or a Hub id (`hf-hub:OWNER/NAME`, or an `OWNER/NAME`
+    that is no local path) fetched first (see `hub.fetch`)."""
+    repo_id = hub_repo_id(source)
+    if repo_id is None:
+        return detect_format(source)
+    try:
+        folder = fetch(repo_id)
+    except VitlabError as error:
+        bare = not str(source).startswith(HUB_PREFIX)
+        raise VitlabError(f"{error}{f' (and there is no local file or folder {source})' if bare else ''}") from None
+    try:
+        return detect_format(folder)
+    except VitlabError as error:
+        raise VitlabError(f"{source}: not a ViT checkpoint vitlab reads ({error})") from None
 
 
 def convert(source: str | Path, out: str | Path, to: str = "vitlab", model: str | None = None, **overrides: Any) -> Path:

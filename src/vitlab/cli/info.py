@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from vitlab.checkpoints import detect_format, load_pretrained
+from vitlab.checkpoints import detect_source, load_pretrained
 from vitlab.cli.common import add_model_override_flags, emit, model_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="describe a checkpoint: format, architecture, preprocessing")
-    parser.add_argument("source", help="a vitlab or Hugging Face folder, a timm .safetensors/.pth/.bin, a Google .npz")
+    parser.add_argument("source", help="a vitlab or Hugging Face folder, a timm .safetensors/.pth/.bin, a Google .npz, or a Hub id (hf-hub:OWNER/NAME)")
     add_model_override_flags(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = detect_format(args.source)
+    fmt = detect_source(args.source)
     model = load_pretrained(args.source, **model_overrides(args))
     result = dict(
         source=str(args.source),
