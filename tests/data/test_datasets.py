@@ -416,3 +416,20 @@ def test_has_test_split_looks_for_the_files_only(tmp_path: Path) -> None:
     for name in ("batches.meta", "test_batch"):
         (cifar / name).touch()
     assert has_test_split("cifar10", tmp_path)
+
+
+def test_per_class_sample_subset_and_grey_to_rgb() -> None:
+    from vitlab.data.splits import per_class_sample
+
+    train = load_dataset("digits", split="train")
+    index = per_class_sample(train.labels.numpy(), 5, seed=1)
+    assert np.array_equal(index, per_class_sample(train.labels.numpy(), 5, seed=1))
+    assert not np.array_equal(index, per_class_sample(train.labels.numpy(), 5, seed=2))
+    five = train.subset(index)
+    assert torch.bincount(five.labels).tolist() == [5] * 10
+    with pytest.raises(VitlabError, match="only .* fewer than the 1000 per class"):
+        per_class_sample(train.labels.numpy(), 1000, seed=0)
+    rgb = five.with_channels(3)
+    assert rgb.channels == 3 and torch.equal(rgb.images[:, 2], five.images[:, 0])
+    with pytest.raises(VitlabError, match="only grey images can be given to a colour model"):
+        rgb.with_channels(1)

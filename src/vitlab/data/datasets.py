@@ -80,6 +80,22 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
 
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageDataset:
+        """These images only (e.g. `splits.per_class_sample` for a few-shot or low-data set)."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        return ImageDataset(self.images[index], self.labels[index], self.classes, self.name, self.split)
+
+    def with_channels(self, channels: int) -> ImageDataset:
+        """Grey images as RGB (the value copied into R, G and B, as Pillow's L → RGB) for a colour model; a view,
+        no copy. Colour images cannot become grey here: that would discard information a model may rely on."""
+        if channels == self.channels:
+            return self
+        if self.channels != 1 or channels != 3:
+            raise VitlabError(f"dataset {self.name} has {self.channels}-channel images and the model takes {channels}-channel "
+                              "ones; only grey images can be given to a colour model")
+        return ImageDataset(self.images.expand(-1, 3, -1, -1), self.labels, self.classes, self.name, self.split,
+                            self.skipped, self.skipped_files)
+
     def __repr__(self) -> str:
         height, width = self.image_size
         extra = f", skipped={self.skipped}" if self.skipped else ""

@@ -53,3 +53,19 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, salt: int =
     mask = np.ones(len(labels), dtype=bool)
     mask[held_out] = False
     return np.flatnonzero(mask), held_out.astype(np.int64)
+
+
+def per_class_sample(labels: np.ndarray, per_class: int, seed: int, salt: int = 0) -> np.ndarray:
+    """Sorted indices of `per_class` members of every class, chosen by the same seeded hash (few-shot sets, small
+    training subsets); a class with fewer members is an error naming it."""
+    labels = np.asarray(labels)
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise VitlabError(f"images per class must be a positive integer, got {per_class!r}")
+    order = np.argsort(_keys(len(labels), int(seed), salt), kind="stable")
+    chosen: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        if len(members) < per_class:
+            raise VitlabError(f"class {int(label)} has only {len(members)} images, fewer than the {per_class} per class asked for")
+        chosen.append(members[:per_class])
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
