@@ -13,7 +13,7 @@ from vitlab.training.recipe import TrainConfig
 
 # flag → TrainConfig field, for the flags every run is likely to set
 FLAGS = ("data", "data_dir", "model", "epochs", "batch_size", "lr", "img_size", "seed", "out", "precision",
-         "ema_decay", "val_fraction")  # fmt: skip
+         "ema_decay", "val_fraction", "train_per_class", "compile")  # fmt: skip
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train a ViT from scratch (default: the small digits model)",
         description="Values come from the dataclass defaults, then the dataset's preset, then --config, then flags.",
     )
+    add_run_flags(parser, model_help="a registered model name (default: the dataset preset's)")
+    parser.set_defaults(run=run, flags=FLAGS)
+
+
+def add_run_flags(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The flags `train` and `finetune` share."""
     parser.add_argument("--config", help="a YAML or JSON file of TrainConfig values; flags override it")
     parser.add_argument("--data", help="digits (default), mnist, fashion-mnist, cifar10, cifar100, imagefolder")
     parser.add_argument("--data-dir", help="where the dataset's files are (digits needs none)")
-    parser.add_argument("--model", help="a registered model name (default: the dataset preset's)")
+    parser.add_argument("--model", help=model_help)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="the global batch (split over torchrun processes)")
     parser.add_argument("--lr", type=float, help="peak learning rate after warmup")
@@ -36,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     parser.add_argument("--ema-decay", type=float, help="keep an EMA of the weights (e.g. 0.999)")
     parser.add_argument("--val-fraction", type=float, help="hold-out share of train when there is no val split")
+    parser.add_argument("--train-per-class", type=int, metavar="N", help="train on N images per class only (seeded)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="any other TrainConfig field, e.g. --set mixup_alpha=0 --set warmup_epochs=2")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder exactly where it stopped")
@@ -43,13 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (counted) instead of failing")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    flags: dict[str, Any] = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
-    if args.compile:
-        flags["compile"] = True
+    flags: dict[str, Any] = {name: getattr(args, name) for name in args.flags if getattr(args, name) is not None}
     flags.update(parse_settings(args.settings))
     if not args.resume:
         return TrainConfig.resolve(args.config, **flags)
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir=str(result.run_dir),
         data=config.data,
         model=config.model,
+        pretrained=config.pretrained,
         epochs=len(result.epochs),
         seconds=round(result.seconds, 1),
         val_top1=last.get("val_top1"),
@@ -94,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(r: dict) -> str:
     return (
-        f"{r['data']} / {r['model']}: {r['split']} top-1 {r['top1']:.4f}, top-5 {r['top5']:.4f} "
+        f"{r['data']} / {r['pretrained'] or r['model']}: {r['split']} top-1 {r['top1']:.4f}, top-5 {r['top5']:.4f} "
         f"after {r['epochs']} epochs in {r['seconds']:.0f} s\nrun folder: {r['run_dir']}"
     )

@@ -33,12 +33,14 @@ from vitlab.checkpoints.files import json_writer, write_files
 from vitlab.checkpoints.io import save_pretrained
 from vitlab.data.datasets import ImageDataset, has_test_split, load_dataset
 from vitlab.data.preprocessing import Preprocessing, normalize_batch
+from vitlab.data.splits import per_class_sample
 from vitlab.errors import VitlabError
 from vitlab.evaluation.classification import Evaluation, evaluate
 from vitlab.evaluation.plots import plot_training_curves
 from vitlab.models.registry import create_model
 from vitlab.models.vit import VisionTransformer
 from vitlab.precision import autocast
+from vitlab.training.finetune import freeze, pretrained_for_finetuning
 from vitlab.training.augment import BatchAugment, mix, soft_target_cross_entropy
 from vitlab.training.distributed import World, all_reduce_sum, setup, teardown
 from vitlab.training.ema import ModelEma
@@ -110,9 +112,15 @@ class TrainingRun:
         load = dict(data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                     download=data.download, skip_bad_images=data.skip_bad_images)
         self.train_set = load_dataset(config.data, split="train", **load)
+        if config.train_per_class is not None:
+            self.train_set = self.train_set.subset(per_class_sample(self.train_set.labels.numpy(), config.train_per_class,
+                                                                    config.seed))
         self.val_set = load_dataset(config.data, split="val", **load)
         self.test_set, self.test_split = _optional_test_split(config, load, self.val_set)
         self.model = self._build_model()
+        channels = self.model.preprocessing.channels
+        self.train_set, self.val_set = self.train_set.with_channels(channels), self.val_set.with_channels(channels)
+        self.test_set = self.test_set.with_channels(channels)
         self.model.to(world.device)
         img_size = self.model.config.img_size
         self.preprocessing = self.model.preprocessing
@@ -132,15 +140,21 @@ class TrainingRun:
     def _build_model(self) -> VisionTransformer:
         config = self.config
         overrides = dict(config.model_args)
-        overrides.update(num_classes=len(self.train_set.classes), in_chans=self.train_set.channels,
-                         drop_path_rate=config.drop_path_rate, drop_rate=config.drop_rate)
+        overrides.update(drop_path_rate=config.drop_path_rate, drop_rate=config.drop_rate)
         if config.img_size:
             overrides["img_size"] = config.img_size
-        model = create_model(config.model, **overrides)
-        model.labels = list(self.train_set.classes)
-        channels = self.train_set.channels
-        model.preprocessing = Preprocessing(model.config.img_size, (0.5,) * channels, (0.5,) * channels,
-                                            interpolation="bilinear", crop_pct=1.0)
+        classes = self.train_set.classes
+        if config.pretrained is not None:
+            model = pretrained_for_finetuning(config.pretrained, len(classes), config.model, overrides)
+            freeze(model, backbone=config.freeze_backbone, blocks=config.freeze_blocks)
+        else:
+            if config.model is None:
+                raise VitlabError(f"dataset {config.data} has no default model: pass --model NAME (`vitlab models` lists them)")
+            model = create_model(config.model, num_classes=len(classes), in_chans=self.train_set.channels, **overrides)
+            channels = self.train_set.channels
+            model.preprocessing = Preprocessing(model.config.img_size, (0.5,) * channels, (0.5,) * channels,
+                                                interpolation="bilinear", crop_pct=1.0)
+        model.labels = list(classes)
         return model
 
     def _forward_module(self) -> nn.Module:
