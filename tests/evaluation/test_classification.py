@@ -51,6 +51,15 @@ def test_class_count_mismatch_is_explained():
         evaluate(FixedLogits(torch.zeros(3, 6)), dataset([0, 1, 2], 3), IDENTITY)
 
 
+def test_grey_images_reach_a_colour_model_as_rgb_and_not_the_reverse():
+    logits = torch.eye(3) * 5
+    colour = Preprocessing((2, 2), (0.0,) * 3, (1 / 255,) * 3, "bilinear", 1.0)
+    assert evaluate(FixedLogits(logits), dataset([0, 1, 2], 3), colour).top1 == 1.0
+    rgb = dataset([0, 1, 2], 3).with_channels(3)
+    with pytest.raises(VitlabError, match="only grey images can be given to a colour model"):
+        evaluate(FixedLogits(logits), rgb, IDENTITY)
+
+
 def test_plots_are_png_files(tmp_path):
     records = [dict(epoch=e, train_loss=1 / e, val_loss=1.2 / e, train_top1=0.5 + e / 10, val_top1=0.4 + e / 10) for e in (1, 2, 3)]
     for path in (plot_training_curves(records, tmp_path / "curves.png"),

@@ -55,11 +55,7 @@ def evaluate(
             f"the model has {head} classes but dataset {dataset.name} ({dataset.split}) has {num_classes}: "
             "evaluate on the dataset it was trained on, or fine-tune it for this one"
         )
-    if dataset.channels != preprocessing.channels:
-        raise VitlabError(
-            f"the model expects {preprocessing.channels}-channel images but dataset {dataset.name} has "
-            f"{dataset.channels}-channel ones"
-        )
+    dataset = dataset.with_channels(preprocessing.channels)  # grey images for a colour model; colour for grey: an error
     device = next(model.parameters()).device
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     top5_hits, loss_sum = 0, 0.0

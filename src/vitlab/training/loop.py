@@ -118,9 +118,7 @@ class TrainingRun:
         self.val_set = load_dataset(config.data, split="val", **load)
         self.test_set, self.test_split = _optional_test_split(config, load, self.val_set)
         self.model = self._build_model()
-        channels = self.model.preprocessing.channels
-        self.train_set, self.val_set = self.train_set.with_channels(channels), self.val_set.with_channels(channels)
-        self.test_set = self.test_set.with_channels(channels)
+        self.train_set = self.train_set.with_channels(self.model.preprocessing.channels)  # evaluate() does val and test
         self.model.to(world.device)
         img_size = self.model.config.img_size
         self.preprocessing = self.model.preprocessing
