@@ -30,8 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timing round")
     parser.add_argument("--pipeline", action="store_true",
                         help="instead: end-to-end training steps (data + augmentation) vs model-only steps")
-    parser.add_argument("--data", default="digits", help="with --pipeline: the dataset (its training preset is used)")
+    parser.add_argument("--data", help="with --pipeline: the dataset, default digits (its training preset is used)")
     parser.add_argument("--data-dir", help="with --pipeline: where the dataset's files are")
+    parser.add_argument("--config", help="with --pipeline: a training config file (YAML or JSON) over the preset")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(run=run)
 
@@ -73,10 +74,10 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     from vitlab.benchmarking.pipeline import pipeline_rates
     from vitlab.training.recipe import TrainConfig
 
-    flags = {"data": args.data, "data_dir": args.data_dir}
+    flags = {name: value for name, value in (("data", args.data), ("data_dir", args.data_dir)) if value is not None}
     if args.precision != "both":
         flags["precision"] = args.precision
-    result = pipeline_rates(TrainConfig.resolve(None, **flags), args.rounds, args.seconds)
+    result = pipeline_rates(TrainConfig.resolve(args.config, **flags), args.rounds, args.seconds)
     emit(result, args.json, lambda r: (
         f"{r['data']} / {r['model']} batch {r['batch_size']} {r['precision']}: end to end {r['end_to_end_img_per_s']:.0f} "
         f"img/s, model only {r['model_only_img_per_s']:.0f} img/s, ratio {r['ratio']:.2f}"))
