@@ -444,6 +444,8 @@ BAD_INPUT = {
     "bench unknown model": ("bench --model nope", "unknown model 'nope'"),
     "bench img size": ("bench --model vit_mnist_patch7_28 --img-size 30", "not a multiple of patch_size 7"),
     "bench batch 0": ("bench --model vit_mnist_patch7_28 --batch-size 0", "--batch-size must be positive"),
+    "train imagefolder without model": ("train --data imagefolder --data-dir {images}/.. --out {files}/run",
+                                        "dataset imagefolder has no default model: pass --model NAME"),
 }
 
 

@@ -108,6 +108,8 @@ class TrainingRun:
         self.run_dir = Path(config.out) if config.out else new_run_dir(config)
         if world.size > 1 and config.batch_size % world.size:
             raise VitlabError(f"batch size {config.batch_size} is the global batch: make it divisible by the {world.size} processes")
+        if config.model is None and config.pretrained is None:  # before any data is decoded
+            raise VitlabError(f"dataset {config.data} has no default model: pass --model NAME (`vitlab models` lists them)")
         seed_all(config.seed)
         load = dict(data_dir=config.data_dir, val_fraction=config.val_fraction, seed=config.seed,
                     download=data.download, skip_bad_images=data.skip_bad_images)
@@ -146,8 +148,6 @@ class TrainingRun:
             model = pretrained_for_finetuning(config.pretrained, len(classes), config.model, overrides)
             freeze(model, backbone=config.freeze_backbone, blocks=config.freeze_blocks)
         else:
-            if config.model is None:
-                raise VitlabError(f"dataset {config.data} has no default model: pass --model NAME (`vitlab models` lists them)")
             model = create_model(config.model, num_classes=len(classes), in_chans=self.train_set.channels, **overrides)
             channels = self.train_set.channels
             model.preprocessing = Preprocessing(model.config.img_size, (0.5,) * channels, (0.5,) * channels,
