@@ -110,3 +110,27 @@ def test_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err.strip()
     assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_an_interrupted_finetune_resumes_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitlab.training.loop import TrainingRun
+
+    source = source_model(tmp_path)
+    options = dict(epochs=2, freeze_blocks=1, train_per_class=20)
+    whole = train(finetune_config(tmp_path / "whole", source, **options), progress=False)
+    real_epoch = TrainingRun._epoch
+
+    def stop_in_epoch_two(self, epoch, step):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if killed after epoch 1 was saved
+        return real_epoch(self, epoch, step)
+
+    config = finetune_config(tmp_path / "stopped", source, **options)
+    monkeypatch.setattr(TrainingRun, "_epoch", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    monkeypatch.setattr(TrainingRun, "_epoch", real_epoch)
+    resumed = train(config, resume=True, progress=False)
+    expected, got = load_file(whole.run_dir / "model.safetensors"), load_file(resumed.run_dir / "model.safetensors")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+    assert len(resumed.epochs) == 2 and whole.epochs[-1]["val_top1"] == resumed.epochs[-1]["val_top1"]
