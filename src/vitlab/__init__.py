@@ -20,3 +20,12 @@ __all__ = [
     "save_pretrained",
     "sincos_2d",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`vitlab.inspect` (an alias of `vitlab.inspection`) without importing it until it is used."""
+    if name == "inspect":
+        import importlib
+
+        return importlib.import_module("vitlab.inspect")
+    raise AttributeError(f"module 'vitlab' has no attribute {name!r}")
