@@ -197,6 +197,21 @@ def safetensors_writer(tensors: dict[str, Tensor], metadata: dict[str, str] | No
     return lambda path: save_file(data, str(path), metadata={"format": "pt", **(metadata or {})})
 
 
+def npy_writer(array: np.ndarray) -> Writer:
+    """A writer of one array as `.npy` (through an open file: `np.save` would append `.npy` to a path)."""
+    return lambda path: _with_file(path, lambda stream: np.save(stream, array, allow_pickle=False))
+
+
+def npz_writer(arrays: dict[str, np.ndarray]) -> Writer:
+    """A writer of named arrays as an uncompressed `.npz`."""
+    return lambda path: _with_file(path, lambda stream: np.savez(stream, **arrays))
+
+
+def _with_file(path: Path, write: Callable[[Any], None]) -> None:
+    with open(path, "wb") as stream:
+        write(stream)
+
+
 def json_writer(data: dict[str, Any]) -> Writer:
     return lambda path: path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
