@@ -254,3 +254,10 @@ def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], rgb: P
     assert len(err.splitlines()) == 1 and err.startswith("vitlab inspect: error: "), err
     assert message in err, err
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_without_a_classifier_head(capsys: pytest.CaptureFixture[str], rgb: Path, images: Path, tmp_path: Path) -> None:
+    code, out, err = inspect(capsys, "--checkpoint", rgb, "--images", images, "--out", tmp_path, "--num-classes", 0,
+                             "--json")
+    assert code == 0, err
+    assert [s["label"] for s in json.loads(out)["images"]["shown"]] == [None, None, None]
