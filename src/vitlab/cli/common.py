@@ -61,3 +61,15 @@ def _parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
+
+
+def add_data_flags(parser: Any, split_choices: tuple[str, ...] = ("train", "val", "test"), split_default: str | None = "test",
+                   split_help: str | None = None) -> None:
+    """--data, --data-dir, --split, --val-fraction, --seed, --download, --skip-bad-images, as `vitlab eval` has them."""
+    parser.add_argument("--data", required=True, help="digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--split", default=split_default, choices=split_choices, help=split_help)
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training, to get the same val split")
+    parser.add_argument("--seed", type=int, default=0, help="as in training, to get the same val split")
+    parser.add_argument("--download", action="store_true")
+    parser.add_argument("--skip-bad-images", action="store_true")
