@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise VitlabError("give images with --images or a dataset with --data, not both")
     model = load_pretrained(args.checkpoint, **model_overrides(args))
     layer = _layer(args.layer, model.config.depth)
+    if args.components is not None:
+        max_components(model)  # a hybrid asked for patch filters fails now, not after the attention pass
     out = Path(args.out)
     report: dict[str, Any] = {"checkpoint": str(args.checkpoint), "out": str(out), "model": _describe(model)}
     writers: dict[str, Writer] = {}
