@@ -8,10 +8,10 @@ import warnings
 from typing import Callable
 
 from vitlab import __version__
-from vitlab.cli import bench, convert, demo, evaluate, features, fewshot, info, inspection, models, predict, train
+from vitlab.cli import bench, convert, demo, evaluate, features, fewshot, finetune, info, inspection, models, predict, train
 from vitlab.errors import VitlabError
 
-COMMANDS = (train, evaluate, features, fewshot, predict, inspection, demo, models, info, convert, bench)
+COMMANDS = (train, finetune, evaluate, features, fewshot, predict, inspection, demo, models, info, convert, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
