@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vitlab.checkpoints import load_pretrained
 from vitlab.checkpoints.files import json_writer, write_files
-from vitlab.cli.common import emit
+from vitlab.cli.common import add_data_flags, emit
 from vitlab.data.datasets import load_dataset
 from vitlab.evaluation.classification import evaluate
 from vitlab.evaluation.plots import plot_confusion_matrix
@@ -17,16 +17,10 @@ from vitlab.evaluation.plots import plot_confusion_matrix
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate a checkpoint on a dataset split")
     parser.add_argument("--checkpoint", required=True, help="a run folder or any checkpoint vitlab reads")
-    parser.add_argument("--data", required=True, help="digits, mnist, fashion-mnist, cifar10, cifar100, imagefolder")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="as in training, to get the same val split")
-    parser.add_argument("--seed", type=int, default=0, help="as in training, to get the same val split")
+    add_data_flags(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--out", help="folder for confusion_matrix.png/.json (default: <checkpoint>/eval-<data>-<split>)")
-    parser.add_argument("--download", action="store_true")
-    parser.add_argument("--skip-bad-images", action="store_true")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.set_defaults(run=run)
 
