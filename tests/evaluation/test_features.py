@@ -77,7 +77,7 @@ def test_training_mode_is_restored_and_grey_images_feed_a_colour_model(digits_te
 
 def test_images_smaller_than_a_patch_are_refused(digits_test) -> None:
     model = tiny_vit(img_size=32, patch_size=16)
-    with pytest.raises(VitlabError, match=r"digits has 8×8 images but the model's patches are 16×16 pixels.*--resize N \(N ≥ 16\)"):
+    with pytest.raises(VitlabError, match=r"digits has 8×8 images but the model's patches are 16×16 pixels.*at least 16 px first"):
         extract_features(model, digits_test, progress=False)
     bigger = load_dataset("digits", split="test", image_size=16).subset(np.arange(3))
     assert extract_features(model, bigger, progress=False).shape == (3, 16)

@@ -102,10 +102,13 @@ def test_grey_data_for_a_colour_model_and_the_cli(tmp_path: Path, capsys: pytest
     (["finetune", "--pretrained", "{source}", "--freeze-blocks", "9"], "freeze_blocks=9 but the model has 3 blocks"),
     (["finetune", "--pretrained", "{tmp}/nothing-here"], "nothing-here: no such file or folder"),
     (["train", "--set", "freeze_backbone=true"], "freezing needs pretrained weights"),
+    (["finetune", "--pretrained", "{big_patches}"], "a whole image is smaller than one patch"),
 ])  # fmt: skip
 def test_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     source = source_model(tmp_path)
-    argv = [a.format(source=source, tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "run")]
+    big_patches = vitlab.save_pretrained(VisionTransformer(img_size=32, patch_size=16, in_chans=1, embed_dim=16, depth=1,
+                                                           num_heads=2, mlp_dim=32), tmp_path / "big-patches")
+    argv = [a.format(source=source, tmp=tmp_path, big_patches=big_patches) for a in argv] + ["--out", str(tmp_path / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -39,7 +39,7 @@ def fit_dataset(model: VisionTransformer, dataset: ImageDataset) -> ImageDataset
         raise VitlabError(
             f"dataset {dataset.name} has {height}×{width} images but the model's patches are {patch[0]}×{patch[1]} "
             f"pixels: a whole image is smaller than one patch. Use a model with patches of at most {height}×{width}, "
-            f"or upsample the images on loading with --resize N (N ≥ {max(patch)})"
+            f"or upsample the images to at least {max(patch)} px first (features and fewshot: --resize N)"
         )
     return dataset
 

@@ -36,6 +36,7 @@ from vitlab.data.preprocessing import Preprocessing, normalize_batch
 from vitlab.data.splits import per_class_sample
 from vitlab.errors import VitlabError
 from vitlab.evaluation.classification import Evaluation, evaluate
+from vitlab.evaluation.features import fit_dataset
 from vitlab.evaluation.plots import plot_training_curves
 from vitlab.models.registry import create_model
 from vitlab.models.vit import VisionTransformer
@@ -120,7 +121,7 @@ class TrainingRun:
         self.val_set = load_dataset(config.data, split="val", **load)
         self.test_set, self.test_split = _optional_test_split(config, load, self.val_set)
         self.model = self._build_model()
-        self.train_set = self.train_set.with_channels(self.model.preprocessing.channels)  # evaluate() does val and test
+        self.train_set = fit_dataset(self.model, self.train_set)  # evaluate() gives val and test grey images as RGB
         self.model.to(world.device)
         img_size = self.model.config.img_size
         self.preprocessing = self.model.preprocessing
