@@ -255,7 +255,8 @@ _DIGITS_AUG = dict(hflip=False, crop_scale=None, crop_padding=0, randaugment=Non
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # sklearn's 8x8 digits (1,797 images): 2-pixel patches give 16 tokens; a small model trains in seconds.
-    # Measured (benchmarks/README.md): 97.5 % test accuracy in about 2 minutes on 2 CPU cores.
+    # Measured: 97.8 % test accuracy (seed 0) in 79 s of training on 2 CPU cores; seeds 0-2 and 300-epoch runs
+    # span 96.7-98.3 % (359 test images: one image is 0.28 %).
     "digits": dict(_DIGITS_AUG, model="vit_digits_patch2_8", epochs=200, batch_size=64, lr=2e-3, warmup_epochs=5.0,
                    drop_path_rate=0.2, ema_decay=0.998, translate=0.125),
     # Measured: 99.18 % on the val hold-out after 18 epochs, 12.1 min of training on 2 CPU cores (bf16).
