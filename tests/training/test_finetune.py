@@ -38,7 +38,7 @@ def finetune_config(tmp_path: Path, source: Path, **overrides) -> TrainConfig:
 
 def test_the_papers_recipe_over_the_dataset_preset(tmp_path: Path) -> None:
     config = finetune_config(tmp_path, Path("weights"))
-    assert (config.optimizer, config.momentum, config.weight_decay, config.grad_clip_norm) == ("sgd", 0.9, 0.0, 1.0)
+    assert (config.optimizer, config.lr, config.momentum, config.weight_decay, config.grad_clip_norm) == ("sgd", 0.03, 0.9, 0.0, 1.0)
     assert config.min_lr == 0.0 and config.mixup_alpha == 0.0 and config.label_smoothing == 0.0
     assert config.hflip is False and config.model is None  # digits stay unflipped; the model comes from the weights
     assert finetune_config(tmp_path, Path("w"), optimizer="adamw", lr=3e-4).optimizer == "adamw"

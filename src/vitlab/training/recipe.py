@@ -275,10 +275,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
 # Fine-tuning pretrained weights, the paper's way (Section 3.2 and Appendix B.1.1; Google's vit_jax code):
 # SGD with momentum 0.9, no weight decay, gradient clipping at global norm 1, linear warmup then cosine decay
 # to 0, a zero-initialised head, and augmentation limited to crops and flips. The paper warms up for 500 of
-# 10k steps at batch 512 with lr in {0.001, 0.003, 0.01, 0.03}; at the batch sizes a CPU allows, 0.01 and
-# one warmup epoch of 5-10 are the equivalent. The dataset preset's geometric augmentation stays (so digits
+# 10k steps at batch 512 and picks lr from {0.001, 0.003, 0.01, 0.03}; 0.03 is the default here because
+# short CPU-sized runs want the top of that grid (docs/finetuning.md: CIFAR-10 → MNIST, 230 steps at batch
+# 128, 74.3 % at 0.03 against 64.7 % at 0.01). The dataset preset's geometric augmentation stays (so digits
 # are still not flipped); RandAugment, erasing, mixing, label smoothing and stochastic depth are off.
-FINETUNE: dict[str, Any] = dict(model=None, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=0.0, min_lr=0.0,
+FINETUNE: dict[str, Any] = dict(model=None, optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=0.0, min_lr=0.0,
                                 warmup_epochs=1.0, epochs=10, grad_clip_norm=1.0, label_smoothing=0.0,
                                 drop_path_rate=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, randaugment=None,
                                 random_erasing=0.0, ema_decay=None)
