@@ -15,8 +15,8 @@ Three things kornia does differently from timm's per-image pipeline, and what vi
   `torch.random.fork_rng` with the global CPU state swapped for its own `torch.Generator`, so augmentation
   is reproducible from `seed` alone, independent of dropout and everything else drawing random numbers,
   and `state_dict()` / `load_state_dict()` resume it exactly. (kornia samples its parameters on the CPU
-  even for CUDA images; anything it might draw on a GPU comes from the GPU generator, which
-  `state.capture_rng` saves.)
+  even for CUDA images; anything it might draw on a GPU comes from the GPU generator, which the training
+  loop reseeds at every epoch.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A run folder holds everything a run makes, each file written atomically:
     model.safetensors, config.json   the latest weights (EMA weights when EMA is on), loadable by
                                      `vitlab.load_pretrained` and `--checkpoint`
     train_config.json                the TrainConfig used
-    state.pt                         model, optimiser, EMA, random generators, metrics: `--resume` continues
+    state.pt                         model, optimiser, EMA, step, metrics: `--resume` continues
                                      exactly, so a killed run resumed ends with the same weights
     metrics.jsonl                    one JSON line per epoch
     curves.png                       loss and accuracy per epoch
@@ -47,7 +47,7 @@ from vitlab.training.distributed import World, all_reduce_sum, setup, teardown
 from vitlab.training.ema import ModelEma
 from vitlab.training.optim import build_optimizer, schedule_steps, set_lr
 from vitlab.training.recipe import TrainConfig
-from vitlab.training.state import append_metrics, capture_rng, load_state, save_state, seed_all, write_metrics
+from vitlab.training.state import append_metrics, load_state, save_state, seed_all, write_metrics
 
 TRAIN_CONFIG = "train_config.json"
 
@@ -170,8 +170,9 @@ class TrainingRun:
     def fit(self, resume: bool) -> TrainResult:
         start_epoch, step, history = 0, 0, []
         if resume:
-            info = load_state(self.run_dir, self.model, self.optimizer, self.ema, self.scaler,
-                              generators=self._generators(), map_location=self.world.device)
+            # no generator states: `seed_epoch` reseeds every stream from (seed, epoch, rank) before it is used
+            info = load_state(self.run_dir, self.model, self.optimizer, self.ema, self.scaler, restore_random=False,
+                              map_location=self.world.device)
             start_epoch, step, history = info["epoch"], info["step"], list(info["metrics"])
             if self.world.is_main:
                 write_metrics(self.run_dir, history)  # drop lines written after the last saved state
@@ -189,7 +190,7 @@ class TrainingRun:
                 append_metrics(self.run_dir, record)
                 save_pretrained(self._weights_to_keep(), self.run_dir)
                 save_state(self.run_dir, self.model, self.optimizer, self.ema, self.scaler, step=step,
-                           epoch=epoch + 1, rng_states=capture_rng(self._generators()), metrics_so_far=history)
+                           epoch=epoch + 1, metrics_so_far=history)
                 if (epoch + 1) % max(1, self.config.epochs // 10) == 0 or epoch + 1 == self.config.epochs:
                     plot_training_curves(history, self.run_dir / "curves.png")  # ~0.5 s: not every epoch
         result = TrainResult(self.run_dir, history, test_split=self.test_split, seconds=time.perf_counter() - began,
@@ -199,9 +200,6 @@ class TrainingRun:
         if self.world.is_main:
             write_files(self.run_dir, {"test.json": json_writer({"split": self.test_split, **result.test.to_dict()})})
         return result
-
-    def _generators(self) -> dict[str, torch.Generator]:
-        return {"augment": self.augment.generator, "mix": self.mix_generator}
 
     def _weights_to_keep(self) -> VisionTransformer:
         """The EMA copy when EMA is on (a deep copy: it carries the model's labels and preprocessing)."""
@@ -217,8 +215,9 @@ class TrainingRun:
     def seed_epoch(self, epoch: int) -> None:
         """Seed what a step draws from (stochastic depth, augmentation, mixing) from (seed, epoch, rank).
 
-        Only rank 0 saves a state, so restoring generator states alone would give every process rank 0's
-        streams on resume; seeding each epoch makes resume exact whatever the number of processes.
+        This is what makes resume exact, whatever the number of processes, with no generator state saved:
+        only rank 0 writes the state, so saved generator states could not give each process its own streams
+        back. `torch.manual_seed` seeds the CPU and every CUDA device.
         """
         streams = np.random.SeedSequence([self.config.seed, epoch, self.world.rank]).generate_state(3, dtype=np.uint64)
         torch.manual_seed(int(streams[0]))
