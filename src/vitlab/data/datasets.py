@@ -158,9 +158,9 @@ def has_test_split(name: str, data_dir: str | Path | None) -> bool:
     if key == "imagefolder":
         return (root / "test").is_dir()
     if key in ("mnist", "fashion-mnist"):
-        return all(_idx_file(root, stem) is not None for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
-    folder_name, _, _, test_files, meta, _, _ = _CIFAR[key]
-    return any(all((folder / f).is_file() for f in [meta, *test_files]) for folder in (root / folder_name, root))
+        return all(_idx_file(root, stem) is not None for stem in _idx_stems("test"))
+    _, _, _, test_files, meta, _, _ = _CIFAR[key]
+    return not _find_cifar(key, root, [meta, *test_files])[1]
 
 
 def _dataset_name(name: str) -> str:
@@ -255,9 +255,14 @@ def _idx_file(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_split(name: str, root: Path, part: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def _idx_stems(part: str) -> tuple[str, str]:
+    """The official (images, labels) file names of MNIST's and Fashion-MNIST's train or test part, less .gz."""
     prefix = "train" if part == "train" else "t10k"
-    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def _idx_split(name: str, root: Path, part: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    stems = _idx_stems(part)
     found = [_idx_file(root, stem) for stem in stems]
     if None in found and download:
         _download.download(name, root, [stem + ".gz" for stem, path in zip(stems, found) if path is None])
@@ -289,18 +294,22 @@ _CIFAR = {
 }
 
 
+def _find_cifar(name: str, root: Path, files: list[str]) -> tuple[Path, list[str]]:
+    """The folder holding all `files` (the archive's folder under `root`, else `root` itself) and no missing
+    files; when neither holds them all, the archive's folder and the files missing from it."""
+    folder_name = _CIFAR[name][0]
+    for folder in (root / folder_name, root):
+        if all((folder / f).is_file() for f in files):
+            return folder, []
+    return root / folder_name, [f for f in files if not (root / folder_name / f).is_file()]
+
+
 def _cifar_folder(name: str, root: Path, files: list[str], download: bool) -> Path:
-    folder_name, archive = _CIFAR[name][0], _CIFAR[name][1]
-    def locate() -> tuple[Path, list[str]]:
-        for folder in (root / folder_name, root):
-            missing = [f for f in files if not (folder / f).is_file()]
-            if not missing:
-                return folder, []
-        return root / folder_name, [f for f in files if not (root / folder_name / f).is_file()]
-    folder, missing = locate()
+    archive = _CIFAR[name][1]
+    folder, missing = _find_cifar(name, root, files)
     if missing and download:
         _download.download(name, root)
-        folder, missing = locate()
+        folder, missing = _find_cifar(name, root, files)
     if missing:
         unpack = (f"unpack {root / archive} there (tar xzf), or add --download" if (root / archive).is_file()
                   else f"put the official python version there ({archive} from https://www.cs.toronto.edu/~kriz/cifar.html, "

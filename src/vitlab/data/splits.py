@@ -30,6 +30,12 @@ def _keys(n: int, seed: int, salt: int) -> np.ndarray:
         return _mix(np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + base)
 
 
+def _classes_in_hashed_order(labels: np.ndarray, seed: int, salt: int) -> list[tuple[int, np.ndarray]]:
+    """(label, indices of that class in the seeded hashed order) for every class, in label order."""
+    order = np.argsort(_keys(len(labels), int(seed), salt), kind="stable")
+    return [(int(label), order[labels[order] == label]) for label in np.unique(labels)]
+
+
 def check_fraction(val_fraction: float) -> float:
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= val_fraction < 1.0:
         raise VitlabError(f"--val-fraction must be a number in [0, 1) (the share of train held out for val), got {val_fraction!r}")
@@ -40,10 +46,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int, salt: int =
     """Indices (kept, held_out), each sorted: about `fraction` of every class held out, at least one of each class
     kept; a class with two or more members gives at least one to the hold-out when `fraction` > 0."""
     labels = np.asarray(labels)
-    order = np.argsort(_keys(len(labels), int(seed), salt), kind="stable")
     held: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = order[labels[order] == label]  # this class, in hashed order
+    for _, members in _classes_in_hashed_order(labels, seed, salt):
         count = int(np.floor(fraction * len(members) + 0.5))
         if fraction > 0 and len(members) >= 2:
             count = max(count, 1)
@@ -61,11 +65,9 @@ def per_class_sample(labels: np.ndarray, per_class: int, seed: int, salt: int = 
     labels = np.asarray(labels)
     if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
         raise VitlabError(f"images per class must be a positive integer, got {per_class!r}")
-    order = np.argsort(_keys(len(labels), int(seed), salt), kind="stable")
     chosen: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = order[labels[order] == label]
+    for label, members in _classes_in_hashed_order(labels, seed, salt):
         if len(members) < per_class:
-            raise VitlabError(f"class {int(label)} has only {len(members)} images, fewer than the {per_class} per class asked for")
+            raise VitlabError(f"class {label} has only {len(members)} images, fewer than the {per_class} per class asked for")
         chosen.append(members[:per_class])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
