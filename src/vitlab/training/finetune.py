@@ -6,6 +6,7 @@ loop, resume, DDP and run folders are the same as for training from scratch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -28,9 +29,7 @@ def pretrained_for_finetuning(source: str, num_classes: int, model_name: str | N
     model.reset_classifier(num_classes)
     nn.init.zeros_(model.head.weight)
     nn.init.zeros_(model.head.bias)
-    preprocessing = model.preprocessing
-    model.preprocessing = type(preprocessing)(preprocessing.img_size, preprocessing.mean, preprocessing.std,
-                                              preprocessing.interpolation, crop_pct=1.0)
+    model.preprocessing = replace(model.preprocessing, crop_pct=1.0)
     return model.train()
 
 
